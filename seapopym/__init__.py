@@ -8,7 +8,7 @@ Docs: https://seapopym.github.io/seapopym/api/package.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/api/99_package.ipynb #671017c7
+# %% ../nbs/api/99_package.ipynb #4d9c550f
 from .blueprint import Blueprint, BlueprintError, ModelError
 from .compiler import CompileError, CompiledModel, compile_model
 from .config import Config, ConfigError
