@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 import nbformat, yaml
-from nbconvert import HTMLExporter
+from nbconvert import HTMLExporter, MarkdownExporter
 from traitlets.config import Config
 from pygments.formatters import HtmlFormatter
 
@@ -123,6 +123,19 @@ def _nav(groups, pages, titles, rel):
         out.append('</ul>')
     return '\n'.join(out)
 
+def readme_text(proc, cfg):
+    "README.md for the processed `index.ipynb` in `proc`: its title, summary and cells as GitHub markdown, without figures"
+    nb = nbformat.read(proc/cfg.readme_nb, as_version=4)
+    fm = frontmatter(nb)
+    nb = clean(nb)
+    nb.metadata['language_info'] = {'name': 'python'}
+    for c in nb.cells:
+        if c.cell_type == 'code': c.outputs = [o for o in c.outputs if o.output_type == 'stream' or not
+                                               any(k.startswith('image/') for k in o.get('data', {}))]
+    body, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
+    head = f"# {fm.get('title', cfg.title)}\n\n" + (f"> {fm['description']}\n\n" if fm.get('description') else '')
+    return head + re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
+
 def build(root=ROOT, force=False):
     "Process the notebooks with nbdev and write one HTML page per notebook into `root/_site`"
     from nbdev.config import get_config
@@ -144,6 +157,7 @@ def build(root=ROOT, force=False):
     conf = Config(TagRemovePreprocessor=dict(enabled=True, remove_input_tags={'remove_input'}))
     exporter = HTMLExporter(config=conf, template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True)
     site_url = f'{cfg.doc_host}{cfg.doc_baseurl}'.rstrip('/') + '/' if cfg.doc_host else ''
+    (root/'README.md').write_text(readme_text(proc, cfg), encoding='utf-8')
     for r in rels:
         nb = nbformat.read(proc/r, as_version=4)
         desc = frontmatter(nb).get('description')
@@ -196,6 +210,8 @@ def check(root=ROOT):
     nbs, site, proc = cfg.nbs_path, root/SITE, cfg.config_path/'_proc'
     if not site.is_dir(): return [f'{site} does not exist: run `python tools/build_docs.py` first']
     problems, rels = [], notebooks(nbs)
+    if (proc/cfg.readme_nb).exists() and (root/'README.md').read_text(encoding='utf-8') != readme_text(proc, cfg):
+        problems.append(f'README.md is not what nbs/{cfg.readme_nb} gives: run `python tools/build_docs.py` and commit it')
     problems += [f'nbs/sidebar.yml lists {o}, which does not exist' for _, o in sidebar(nbs) if not (nbs/o).exists()]
     if str(root) not in sys.path: sys.path.insert(0, str(root))
     for r in rels:
