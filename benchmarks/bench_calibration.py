@@ -29,29 +29,7 @@ from seapopym.optimize import cma_es, minimize_gradient  # noqa: E402
 
 TARGET_ADAM_S, TARGET_CMA_S = 2.0, 2.0  # 300 Adam steps; CMA-ES, population 32, 150 generations; compilation included
 N_STEPS, POPULATION, GENERATIONS = 300, 32, 150
-FAILURES, WARNINGS = [], []
-
-def check(ok: bool, what: str):
-    "Print a check's result; remember failures for the exit status."
-    print(f"  [{'ok' if ok else 'FAIL'}] {what}")
-    if not ok: FAILURES.append(what)
-
-def warn(what: str):
-    "Print a missed timing target (timing is noisy, so it does not fail the run)."
-    print(f"  [WARNING] {what}")
-    WARNINGS.append(what)
-
-# Compilations seen by jax.monitoring: the seconds spent tracing, lowering and compiling (XLA)
-COMPILES = {"count": 0, "seconds": 0.0}
-_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                   "/jax/core/compile/backend_compile_duration")
-
-def _on_duration(event: str, seconds: float, **kwargs):
-    "Listener adding up compile time."
-    if event in _COMPILE_EVENTS: COMPILES["seconds"] += seconds
-    if event == _COMPILE_EVENTS[-1]: COMPILES["count"] += 1
-
-jax.monitoring.register_event_duration_secs_listener(_on_duration)
+from _report import COMPILES, FAILURES, WARNINGS, check, warn  # noqa: E402
 
 def timed(f):
     "`(result, wall seconds, compile seconds)` of `f()`: compile is what JAX spent tracing, lowering and compiling."

@@ -19,29 +19,7 @@ from seapopym import build_step_fn, compile_model, engine, run  # noqa: E402
 from seapopym.models import LOTKA_VOLTERRA, default_config  # noqa: E402
 
 TARGET_RATIO, TARGET_CALL_MS = 1.1, 5.0
-FAILURES, WARNINGS = [], []
-
-def check(ok: bool, what: str):
-    "Print a check's result; remember failures for the exit status."
-    print(f"  [{'ok' if ok else 'FAIL'}] {what}")
-    if not ok: FAILURES.append(what)
-
-def warn(what: str):
-    "Print a missed timing target (timing is noisy, so it does not fail the run)."
-    print(f"  [WARNING] {what}")
-    WARNINGS.append(what)
-
-# Compilations seen by jax.monitoring: how many XLA compiles, and the seconds spent tracing, lowering and compiling
-COMPILES = {"count": 0, "seconds": 0.0}
-_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                   "/jax/core/compile/backend_compile_duration")
-
-def _on_duration(event: str, seconds: float, **kwargs):
-    "Listener counting compilations."
-    if event in _COMPILE_EVENTS: COMPILES["seconds"] += seconds
-    if event == _COMPILE_EVENTS[-1]: COMPILES["count"] += 1
-
-jax.monitoring.register_event_duration_secs_listener(_on_duration)
+from _report import COMPILES, FAILURES, WARNINGS, check, warn  # noqa: E402
 
 # %% The two implementations
 

@@ -27,28 +27,7 @@ TIME_START, TIME_END, N_STEPS = "2001-01-01", "2002-01-01", 365  # daily steps
 # Steps per checkpointed chunk: about sqrt(n) balances the carries kept per chunk against one chunk's residuals
 CHUNK = round(math.sqrt(N_STEPS))
 SHORT_TAU_R0 = DEFAULT_GROUPS["epipelagic"]["tau_r0"] / 10  # 52.8 days: 53 cohorts instead of 528
-FAILURES, WARNINGS = [], []
-
-def check(ok: bool, what: str):
-    "Print a check's result; remember failures for the exit status."
-    print(f"  [{'ok' if ok else 'FAIL'}] {what}")
-    if not ok: FAILURES.append(what)
-
-def warn(what: str):
-    "Print a missed timing target (timing is noisy, so it does not fail the run)."
-    print(f"  [WARNING] {what}")
-    WARNINGS.append(what)
-
-# Seconds spent tracing, lowering and compiling, as reported by jax.monitoring
-COMPILES = {"seconds": 0.0}
-_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                   "/jax/core/compile/backend_compile_duration")
-
-def _on_duration(event: str, seconds: float, **kwargs):
-    "Listener adding up compile time."
-    if event in _COMPILE_EVENTS: COMPILES["seconds"] += seconds
-
-jax.monitoring.register_event_duration_secs_listener(_on_duration)
+from _report import COMPILES, FAILURES, WARNINGS, check, warn  # noqa: E402
 
 # %% The hand-written scheme
 

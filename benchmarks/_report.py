@@ -1,0 +1,26 @@
+"""What the benchmarks share: checks that fail the run, warnings for missed timing targets, and compile accounting."""
+import jax
+
+FAILURES, WARNINGS = [], []
+
+def check(ok: bool, what: str):
+    "Print a check's result; remember failures for the exit status."
+    print(f"  [{'ok' if ok else 'FAIL'}] {what}")
+    if not ok: FAILURES.append(what)
+
+def warn(what: str):
+    "Print a missed timing target (timing is noisy, so it does not fail the run)."
+    print(f"  [WARNING] {what}")
+    WARNINGS.append(what)
+
+# Compilations seen by jax.monitoring: how many XLA compiles, and the seconds spent tracing, lowering and compiling
+COMPILES = {"count": 0, "seconds": 0.0}
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+
+def _on_duration(event: str, seconds: float, **kwargs):
+    "Listener counting compilations and adding up their time."
+    if event in _COMPILE_EVENTS: COMPILES["seconds"] += seconds
+    if event == _COMPILE_EVENTS[-1]: COMPILES["count"] += 1
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
