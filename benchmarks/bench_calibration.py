@@ -18,12 +18,11 @@ if args.x64: os.environ["JAX_ENABLE_X64"] = "1"
 if args.no_ynn: os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_experimental_ynn_fusion_type=").strip()
 
 import dataclasses  # noqa: E402
-from importlib.resources import files  # noqa: E402
-import jax, jax.numpy as jnp, numpy as np, optax, yaml  # noqa: E402 (after the environment is set)
+import jax, jax.numpy as jnp, numpy as np, optax  # noqa: E402 (after the environment is set)
 import seapopym  # noqa: E402
 from seapopym import Blueprint, compile_model, simulate  # noqa: E402
 from seapopym.calibration import CalibrationProblem, Objective, Parameter  # noqa: E402
-from seapopym.lmtl import DEFAULT_GROUPS, _age_cohorts, lmtl_blueprint, lmtl_default_config  # noqa: E402
+from seapopym.lmtl import DEFAULT_GROUPS, _cohort_step, lmtl_blueprint, lmtl_default_config  # noqa: E402
 from seapopym.models import LOTKA_VOLTERRA, default_config  # noqa: E402
 from seapopym.optimize import cma_es, minimize_gradient  # noqa: E402
 
@@ -147,26 +146,22 @@ def bench_loops(problem, adam):
 
 # %% 4. Where the time goes: single evaluations
 
-@seapopym.functional("bench:production_smooth_dot",
+@seapopym.functional("bench:production_smooth_everywhere",
                      units={"production": "g/m^2/s", "npp": "g/m^2/s", "energy_transfer": "1", "recruitment_age": "s",
                             "cohort_width": "s", "recruitment_width": "s", "dt": "s"},
                      outputs={"next_production": "g/m^2/s", "recruitment": "g/m^2/s"},
                      core_dims={"production": ["C"], "next_production": ["C"]})
-def production_smooth_dot(production, npp, energy_transfer, recruitment_age, cohort_width, recruitment_width, dt):
-    "`seapopym.lmtl.production_smooth` with the recruitment summed as `jnp.dot(share, aged)` instead of `jnp.sum(share * aged)`."
-    fraction = dt / cohort_width
-    aged = _age_cohorts(production, energy_transfer * npp, fraction)
-    ages = (jnp.arange(production.shape[-1]) + 1) * cohort_width
-    share = jax.nn.sigmoid((ages - recruitment_age) / recruitment_width)
-    return (1 - share) * aged, jnp.dot(share, aged) / fraction
+def production_smooth_everywhere(production, npp, energy_transfer, recruitment_age, cohort_width, recruitment_width, dt):
+    "`seapopym.lmtl.production_smooth` with the sigmoid evaluated on every cohort, not only where it is not saturated."
+    share = lambda ages, tau_r: jax.nn.sigmoid((ages - tau_r) / recruitment_width)
+    return _cohort_step(production, energy_transfer * npp, recruitment_age, cohort_width, dt, share)
 
-def dot_blueprint() -> Blueprint:
-    "The smooth LMTL blueprint with `production_smooth_dot` in place of `production_smooth`."
-    d = yaml.safe_load(files("seapopym").joinpath("catalog", "lmtl_no_transport.yaml").read_text())
-    d["name"] += "_smooth_dot"
-    d["parameters"]["recruitment_width"] = {"units": "s", "description": "Width of the smooth recruitment sigmoid"}
+def everywhere_blueprint() -> Blueprint:
+    "The smooth LMTL blueprint with `production_smooth_everywhere` in place of `production_smooth`."
+    d = lmtl_blueprint(recruitment="smooth").to_dict()
+    d["name"] += "_everywhere"
     for p in d["processes"]:
-        if p["function"] == "lmtl:production_threshold": p["function"] = "bench:production_smooth_dot"
+        if p["function"] == "lmtl:production_smooth": p["function"] = "bench:production_smooth_everywhere"
     return Blueprint.from_dict(d)
 
 def median_ms(f, x, repeats: int) -> tuple:
@@ -189,7 +184,7 @@ def bench_evaluations(model, obs, true):
     n_short = 132  # enough for the truth's recruitment ages (46-72 days), not for the whole box of bounds
     short_model = dataclasses.replace(model, state={**model.state, "production": model.state["production"][..., :n_short]})
     short = CalibrationProblem(short_model, [Objective("biomass", obs)], params)
-    dot = CalibrationProblem(compile_model(dot_blueprint(), model.config), [Objective("biomass", obs)], params)
+    dense = CalibrationProblem(compile_model(everywhere_blueprint(), model.config), [Objective("biomass", obs)], params)
     rows = [("loss", "forward run + loss", jax.jit(problem.loss), z0, 1),
             ("v&g", "value_and_grad", jax.jit(jax.value_and_grad(problem.loss)), z0, 1),
             ("vmap", f"vmap(loss) over {POPULATION} (as cma_es)", jax.jit(jax.vmap(problem.loss)), population, POPULATION),
@@ -197,8 +192,8 @@ def bench_evaluations(model, obs, true):
             ("chunk", "value_and_grad, chunk_size=73", jax.jit(jax.value_and_grad(chunked.loss)), z0, 1),
             ("short", f"value_and_grad, {n_short} cohorts*", jax.jit(jax.value_and_grad(short.loss)), z0, 1),
             ("short vmap", f"vmap(loss) over {POPULATION}, {n_short} cohorts*", jax.jit(jax.vmap(short.loss)), population, POPULATION),
-            ("dot vmap", f"vmap(loss) over {POPULATION}, jnp.dot**", jax.jit(jax.vmap(dot.loss)), population, POPULATION),
-            ("dot v&g", "value_and_grad, jnp.dot**", jax.jit(jax.value_and_grad(dot.loss)), z0, 1)]
+            ("dense vmap", f"vmap(loss) over {POPULATION}, sigmoid everywhere**", jax.jit(jax.vmap(dense.loss)), population, POPULATION),
+            ("dense v&g", "value_and_grad, sigmoid everywhere**", jax.jit(jax.value_and_grad(dense.loss)), z0, 1)]
     print(f"\n  {'evaluation':<42}{'compile s':>10}{'ms':>10}{'ms per run':>12}")
     ms = {}
     for key, label, f, x, n in rows:
@@ -207,17 +202,17 @@ def bench_evaluations(model, obs, true):
         print(f"  {label:<42}{comp:>10.2f}{t:>10.2f}{t / n:>12.3f}")
     print(f"  * cost only: {n_short} cohorts hold the truth's recruitment ages, not those of the whole box of bounds "
           f"(up to {model.state['production'].shape[-1]} days, one cohort a day)")
-    print("  ** the recruitment of production_smooth summed as jnp.dot(share, aged): same model, another XLA:CPU program")
-    dot_losses, losses = jax.jit(jax.vmap(dot.loss))(population), jax.jit(jax.vmap(problem.loss))(population)
-    check(np.allclose(dot_losses, losses, rtol=1e-9 if args.x64 else 1e-5, atol=0),
-          "jnp.dot and jnp.sum versions of the recruitment give the same losses over the population")
+    print("  ** production_smooth with its sigmoid on all the cohorts, as before it skipped the saturated ones: same model")
+    dense_losses, losses = jax.jit(jax.vmap(dense.loss))(population), jax.jit(jax.vmap(problem.loss))(population)
+    check(np.allclose(dense_losses, losses, rtol=1e-9 if args.x64 else 1e-5, atol=0),
+          "the sigmoid on a window and everywhere give the same losses over the population")
     short_loss, full_loss = float(short.loss(z0)), float(problem.loss(z0))
     check(abs(short_loss - full_loss) > 1e-3 * full_loss,
           f"cutting to {n_short} cohorts changes the loss at the start ({short_loss:.4g} vs {full_loss:.4g}): it is not "
           f"the same model over the bounds")
     print(f"\n  Floors from these medians (running only, no compilation): {N_STEPS} x value_and_grad = "
           f"{N_STEPS * ms['v&g'] / 1e3:.2f} s; {GENERATIONS} x vmap over {POPULATION} = {GENERATIONS * ms['vmap'] / 1e3:.2f} s "
-          f"(lax.map: {GENERATIONS * ms['map'] / 1e3:.2f} s; jnp.dot: {GENERATIONS * ms['dot vmap'] / 1e3:.2f} s)")
+          f"(lax.map: {GENERATIONS * ms['map'] / 1e3:.2f} s; sigmoid everywhere: {GENERATIONS * ms['dense vmap'] / 1e3:.2f} s)")
 
 # %%
 
