@@ -22,7 +22,7 @@ import jax, jax.numpy as jnp, numpy as np, optax  # noqa: E402 (after the enviro
 import seapopym  # noqa: E402
 from seapopym import Blueprint, compile_model, simulate  # noqa: E402
 from seapopym.calibration import CalibrationProblem, Objective, Parameter  # noqa: E402
-from seapopym.lmtl import DEFAULT_GROUPS, _cohort_step, lmtl_blueprint, lmtl_default_config  # noqa: E402
+from seapopym.lmtl import DEFAULT_GROUPS, _ages, _cohort_step, _recruit, lmtl_blueprint, lmtl_default_config  # noqa: E402
 from seapopym.models import LOTKA_VOLTERRA, default_config  # noqa: E402
 from seapopym.optimize import cma_es, minimize_gradient  # noqa: E402
 
@@ -153,8 +153,8 @@ def bench_loops(problem, adam):
                      core_dims={"production": ["C"], "next_production": ["C"]})
 def production_smooth_everywhere(production, npp, energy_transfer, recruitment_age, cohort_width, recruitment_width, dt):
     "`seapopym.lmtl.production_smooth` with the sigmoid evaluated on every cohort, not only where it is not saturated."
-    share = lambda ages, tau_r: jax.nn.sigmoid((ages - tau_r) / recruitment_width)
-    return _cohort_step(production, energy_transfer * npp, recruitment_age, cohort_width, dt, share)
+    recruit = lambda aged: _recruit(aged, jax.nn.sigmoid((_ages(aged.shape[-1], cohort_width) - recruitment_age) / recruitment_width))
+    return _cohort_step(production, energy_transfer * npp, cohort_width, dt, recruit)
 
 def everywhere_blueprint() -> Blueprint:
     "The smooth LMTL blueprint with `production_smooth_everywhere` in place of `production_smooth`."
