@@ -5,16 +5,12 @@ Run: `python benchmarks/bench_calibration.py [--x64] [--repeats N] [--no-ynn]`. 
 a missed timing target only warns."""
 from __future__ import annotations
 
-import argparse, os, statistics, sys, time, types
+import os, statistics, sys, time, types
+from _args import parse_args
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--x64", action="store_true", help="run in float64 (sets JAX_ENABLE_X64)")
-parser.add_argument("--repeats", type=int, default=15, help="timed repeats of each single evaluation in section 4")
-parser.add_argument("--no-ynn", action="store_true",
-                    help="turn off XLA:CPU's YNN library fusions (adds --xla_cpu_experimental_ynn_fusion_type= to XLA_FLAGS)")
-args = parser.parse_args()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if args.x64: os.environ["JAX_ENABLE_X64"] = "1"
+args = parse_args(__doc__, 15, "timed repeats of each single evaluation in section 4", lambda parser: parser.add_argument(
+    "--no-ynn", action="store_true",
+    help="turn off XLA:CPU's YNN library fusions (adds --xla_cpu_experimental_ynn_fusion_type= to XLA_FLAGS)"))
 if args.no_ynn: os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_experimental_ynn_fusion_type=").strip()
 
 import dataclasses  # noqa: E402

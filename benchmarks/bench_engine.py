@@ -4,14 +4,10 @@ Run: `python benchmarks/bench_engine.py [--x64] [--repeats N]`. Exits non-zero i
 (different numbers, a recompilation, data baked into the compiled program); a missed timing target only warns."""
 from __future__ import annotations
 
-import argparse, math, os, re, statistics, sys, time
+import math, os, re, statistics, sys, time
+from _args import parse_args
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--x64", action="store_true", help="run in float64 (sets JAX_ENABLE_X64)")
-parser.add_argument("--repeats", type=int, default=21, help="timed repeats of the 300x300 cases (30x more at 1x1)")
-args = parser.parse_args()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if args.x64: os.environ["JAX_ENABLE_X64"] = "1"
+args = parse_args(__doc__, 21, "timed repeats of the 300x300 cases (30x more at 1x1)")
 
 import jax, jax.numpy as jnp, numpy as np, pandas as pd, xarray as xr  # noqa: E402 (after the environment is set)
 import seapopym  # noqa: E402

@@ -4,16 +4,12 @@ Run: `python benchmarks/bench_lmtl.py [--x64] [--repeats N] [--full]`. Exits non
 numbers, too much memory for a checkpointed gradient); a missed timing target only warns."""
 from __future__ import annotations
 
-import argparse, math, os, resource, statistics, sys, time
+import math, os, resource, statistics, sys, time
+from _args import parse_args
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--x64", action="store_true", help="run in float64 (sets JAX_ENABLE_X64)")
-parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the 100x100 cases (50x more at 1x1)")
-parser.add_argument("--full", action="store_true",
-                    help="also time forward+backward at 100x100 with all 528 cohorts (about 30 s a call: minutes)")
-args = parser.parse_args()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if args.x64: os.environ["JAX_ENABLE_X64"] = "1"
+args = parse_args(__doc__, 5, "timed repeats of the 100x100 cases (50x more at 1x1)", lambda parser: parser.add_argument(
+    "--full", action="store_true",
+    help="also time forward+backward at 100x100 with all 528 cohorts (about 30 s a call: minutes)"))
 
 import jax, jax.numpy as jnp, numpy as np, pandas as pd  # noqa: E402 (after the environment is set)
 import seapopym  # noqa: E402
