@@ -23,7 +23,7 @@ TIME_START, TIME_END, N_STEPS = "2001-01-01", "2002-01-01", 365  # daily steps
 # Steps per checkpointed chunk: about sqrt(n) balances the carries kept per chunk against one chunk's residuals
 CHUNK = round(math.sqrt(N_STEPS))
 SHORT_TAU_R0 = DEFAULT_GROUPS["epipelagic"]["tau_r0"] / 10  # 52.8 days: 53 cohorts instead of 528
-from _report import COMPILES, FAILURES, WARNINGS, check, warn  # noqa: E402
+from _report import COMPILES, FAILURES, WARNINGS, check, ratio_table  # noqa: E402
 
 # %% The hand-written scheme
 
@@ -189,19 +189,16 @@ def bench_case(rows: list, label: str, model, fargs, kind: str, repeats: int, ch
         print(f"       compiled temporaries: hand-written {temp_gb(fh, fargs)[0]:.2f} GB, "
               f"engine {temp_gb(fe, fargs)[0]:.2f} GB")
     (th, mh, ch), (te, me, ce) = interleaved_timings([fh, fe], fargs, repeats)
-    rows.append((f"{kind} {label}", repeats, th, te, me / mh, ce / ch, comp_h, comp_e))
+    rows.append(dict(case=f"{kind} {label}", reps=repeats, th=th, te=te, hand_ms=th * 1e3, engine_ms=te * 1e3,
+                     ratio=te / th, ratio_min=me / mh, ratio_cpu=ce / ch, comp_h=comp_h, comp_e=comp_e))
 
 def print_table(rows: list):
     "The speed table (medians; ratios of the fastest runs and of CPU times as noise checks); warns on a missed target."
-    print(f"\n  {'case':<40}{'reps':>5}{'hand ms':>10}{'engine ms':>11}{'engine/hand':>13}{'min ratio':>11}"
-          f"{'cpu ratio':>11}{'compile hand s':>16}{'compile engine s':>18}")
-    for case, reps, th, te, ratio_min, ratio_cpu, ch, ce in rows:
-        print(f"  {case:<40}{reps:>5}{th * 1e3:>10.2f}{te * 1e3:>11.2f}{te / th:>13.3f}{ratio_min:>11.3f}"
-              f"{ratio_cpu:>11.3f}{ch:>16.2f}{ce:>18.2f}")
-    for case, reps, th, te, ratio_min, ratio_cpu, ch, ce in rows:
-        if te / th > TARGET_RATIO:
-            warn(f"{case}: engine/hand = {te / th:.3f} > {TARGET_RATIO} (ratio of the fastest runs {ratio_min:.3f}, "
-                 f"of CPU times {ratio_cpu:.3f})")
+    ratio_table(rows, [("case", 40, "", "case"), ("reps", 5, "", "reps"), ("hand ms", 10, ".2f", "hand_ms"),
+                       ("engine ms", 11, ".2f", "engine_ms"), ("engine/hand", 13, ".3f", "ratio"),
+                       ("min ratio", 11, ".3f", "ratio_min"), ("cpu ratio", 11, ".3f", "ratio_cpu"),
+                       ("compile hand s", 16, ".2f", "comp_h"), ("compile engine s", 18, ".2f", "comp_e")],
+                TARGET_RATIO, {"ratio_min": "of the fastest runs", "ratio_cpu": "of CPU times"})
 
 # %%
 
