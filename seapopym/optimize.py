@@ -141,18 +141,16 @@ def _result(method, problem, out, t0, extra=None) -> CalibrationResult:
     return CalibrationResult(method, problem.space, theta, float(best),
                              hl[:n], ht[:n], n, int(evals), time.perf_counter() - t0, bool(done), extra or {})
 
-def _descend(problem: CalibrationProblem, method: str, make_optimizer, settings: tuple, max_steps: int, tol: float,
-             gtol: float, patience: int, z0, progress: bool) -> CalibrationResult:
+def _descend(problem: CalibrationProblem, method: str, label: str, make_optimizer, settings: tuple, max_steps: int,
+             tol: float, gtol: float, patience: int, z0, progress: bool) -> CalibrationResult:
     "Run `method`'s ('gradient' or 'lbfgs') compiled loop from `z0`, compiling it once per problem and settings."
     t0 = time.perf_counter()
     def make():
-        bar = _Progress(max_steps, _DESCRIPTIONS[method], progress, max(1, max_steps // 100))
+        bar = _Progress(max_steps, label, progress, max(1, max_steps // 100))
         return bar, jax.jit(_gradient_loop(problem, make_optimizer(), max_steps, tol, gtol, patience, method == "lbfgs", bar))
     bar, loop = _compiled(problem, (method, *settings, max_steps, tol, gtol, patience, progress), make)
     with bar: out = jax.device_get(loop(problem.space.initial() if z0 is None else z0))
     return _result(method, problem, out, t0)
-
-_DESCRIPTIONS = {"gradient": "gradient descent", "lbfgs": "L-BFGS"}
 
 # %% ../nbs/api/09_optimize.ipynb #8780b0ee
 def minimize_gradient(
@@ -167,8 +165,8 @@ def minimize_gradient(
     progress:bool=True, # Show a progress bar
 ) -> CalibrationResult:
     "Gradient descent with an optax transformation, the whole loop compiled."
-    return _descend(problem, "gradient", lambda: optimizer or optax.adam(0.05), (optimizer,), max_steps, tol, gtol,
-                    patience, z0, progress)
+    return _descend(problem, "gradient", "gradient descent", lambda: optimizer or optax.adam(0.05), (optimizer,),
+                    max_steps, tol, gtol, patience, z0, progress)
 
 def minimize_lbfgs(
     problem:CalibrationProblem, # The calibration problem
@@ -182,8 +180,8 @@ def minimize_lbfgs(
     progress:bool=True, # Show a progress bar
 ) -> CalibrationResult:
     "L-BFGS with optax's zoom line search, the whole loop compiled."
-    return _descend(problem, "lbfgs", lambda: optax.lbfgs(memory_size=memory_size), (memory_size,), max_steps, tol,
-                    gtol, patience, z0, progress)
+    return _descend(problem, "lbfgs", "L-BFGS", lambda: optax.lbfgs(memory_size=memory_size), (memory_size,),
+                    max_steps, tol, gtol, patience, z0, progress)
 
 # %% ../nbs/api/09_optimize.ipynb #6a812750
 def multistart(
