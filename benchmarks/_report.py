@@ -1,4 +1,6 @@
 """What the benchmarks share: checks that fail the run, warnings for missed timing targets, and compile accounting."""
+import statistics, time
+
 import jax
 
 FAILURES, WARNINGS = [], []
@@ -36,3 +38,21 @@ def ratio_table(rows: list, columns: list, target: float, noise: dict):
         if r["te"] / r["th"] > target:
             quoted = ", ".join(f"{what} {r[k]:.3f}" for k, what in noise.items())
             warn(f"{r['case']}: engine/hand = {r['te'] / r['th']:.3f} > {target} (ratio {quoted})")
+
+def first_call(f, fargs):
+    "Result of `f`'s first call and the seconds JAX spent compiling it (trace, lower, XLA)."
+    before = COMPILES["seconds"]
+    out = jax.block_until_ready(f(*fargs))
+    return out, COMPILES["seconds"] - before
+
+def interleaved_timings(fns: list, fargs: tuple, repeats: int) -> list:
+    """(median, min, median CPU) seconds per call of each function, calls interleaved (ABBA) so that all share the
+    machine's noise. CPU time (all threads of this process) leaves out the time spent waiting for a shared core."""
+    times, cpu = [[] for _ in fns], [[] for _ in fns]
+    for i in range(repeats):
+        for j in (range(len(fns)) if i % 2 == 0 else reversed(range(len(fns)))):
+            t0, c0 = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fns[j](*fargs))
+            times[j].append(time.perf_counter() - t0)
+            cpu[j].append(time.process_time() - c0)
+    return [(statistics.median(t), min(t), statistics.median(c)) for t, c in zip(times, cpu)]

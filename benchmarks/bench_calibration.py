@@ -251,8 +251,8 @@ if __name__ == "__main__":
     print(f"\n2. cma_es: population {POPULATION}, {GENERATIONS} generations, compilation included (target < {TARGET_CMA_S} s)")
     bench_cma(problem, true)
     cma_floor(problem)
-    print(f"\n3. The compiled loop against a Python loop of jitted Adam steps (compile time apart; "
-          f"speed-up = Python / compiled)")
+    print("\n3. The compiled loop against a Python loop of jitted Adam steps (compile time apart; "
+          "speed-up = Python / compiled)")
     bench_loops(problem, (res, wall, comp))
     print(f"\n4. Where the time goes: single evaluations on the twin (median of {args.repeats})")
     bench_evaluations(model, obs, true)

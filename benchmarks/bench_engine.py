@@ -4,7 +4,7 @@ Run: `python benchmarks/bench_engine.py [--x64] [--repeats N]`. Exits non-zero i
 (different numbers, a recompilation, data baked into the compiled program); a missed timing target only warns."""
 from __future__ import annotations
 
-import math, os, re, statistics, sys, time
+import math, os, re, sys, time
 from _args import parse_args
 
 args = parse_args(__doc__, 21, "timed repeats of the 300x300 cases (30x more at 1x1)")
@@ -15,7 +15,7 @@ from seapopym import build_step_fn, compile_model, engine, run  # noqa: E402
 from seapopym.models import LOTKA_VOLTERRA, default_config  # noqa: E402
 
 TARGET_RATIO, TARGET_CALL_MS = 1.1, 5.0
-from _report import COMPILES, FAILURES, WARNINGS, check, ratio_table, warn  # noqa: E402
+from _report import COMPILES, FAILURES, WARNINGS, check, first_call, interleaved_timings, ratio_table, warn  # noqa: E402
 
 # %% The two implementations
 
@@ -160,22 +160,6 @@ def check_no_baking():
 
 # %% 3. Speed
 
-def first_call(f, fargs):
-    "Result of `f`'s first call and the seconds JAX spent compiling it (trace, lower, XLA)."
-    before = COMPILES["seconds"]
-    out = jax.block_until_ready(f(*fargs))
-    return out, COMPILES["seconds"] - before
-
-def interleaved_timings(fns: list, fargs: tuple, repeats: int) -> list:
-    "(median, min) seconds per call of each function, calls interleaved (ABBA) so that all share the machine's noise."
-    times = [[] for _ in fns]
-    for i in range(repeats):
-        for j in (range(len(fns)) if i % 2 == 0 else reversed(range(len(fns)))):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fns[j](*fargs))
-            times[j].append(time.perf_counter() - t0)
-    return [(statistics.median(t), min(t)) for t in times]
-
 def bench_speed() -> list:
     "Time forward and forward+backward, hand-written vs engine, at 1x1 and 300x300; rows of the table."
     rows = []
@@ -192,7 +176,7 @@ def bench_speed() -> list:
             (out_h, comp_h), (out_e, comp_e) = first_call(fh, fargs), first_call(fe, fargs)
             check(allclose(out_h, out_e, rtol), f"{kind} {name}: engine and hand-written give the same "
                                                 f"{'outputs' if kind == 'forward' else 'loss and gradients'}")
-            (th, mh), (te, me) = interleaved_timings([fh, fe], fargs, repeats)
+            (th, mh, _), (te, me, _) = interleaved_timings([fh, fe], fargs, repeats)
             rows.append(dict(case=f"{kind} {name}", steps=model.n_steps, reps=repeats, th=th, te=te, hand_ms=th * 1e3,
                              engine_ms=te * 1e3, ratio=te / th, ratio_min=me / mh, comp_h=comp_h, comp_e=comp_e))
     return rows

@@ -4,7 +4,7 @@ Run: `python benchmarks/bench_lmtl.py [--x64] [--repeats N] [--full]`. Exits non
 numbers, too much memory for a checkpointed gradient); a missed timing target only warns."""
 from __future__ import annotations
 
-import math, os, resource, statistics, sys, time
+import math, os, resource, sys, time
 from _args import parse_args
 
 args = parse_args(__doc__, 5, "timed repeats of the 100x100 cases (50x more at 1x1)", lambda parser: parser.add_argument(
@@ -23,7 +23,7 @@ TIME_START, TIME_END, N_STEPS = "2001-01-01", "2002-01-01", 365  # daily steps
 # Steps per checkpointed chunk: about sqrt(n) balances the carries kept per chunk against one chunk's residuals
 CHUNK = round(math.sqrt(N_STEPS))
 SHORT_TAU_R0 = DEFAULT_GROUPS["epipelagic"]["tau_r0"] / 10  # 52.8 days: 53 cohorts instead of 528
-from _report import COMPILES, FAILURES, WARNINGS, check, ratio_table  # noqa: E402
+from _report import COMPILES, FAILURES, WARNINGS, check, first_call, interleaved_timings, ratio_table  # noqa: E402
 
 # %% The hand-written scheme
 
@@ -124,24 +124,6 @@ def max_rel_diff(a, b) -> float:
 
 # %% Timing helpers
 
-def first_call(f, fargs):
-    "Result of `f`'s first call and the seconds JAX spent compiling it (trace, lower, XLA)."
-    before = COMPILES["seconds"]
-    out = jax.block_until_ready(f(*fargs))
-    return out, COMPILES["seconds"] - before
-
-def interleaved_timings(fns: list, fargs: tuple, repeats: int) -> list:
-    """(median, min, median CPU) seconds per call of each function, calls interleaved (ABBA) so that all share the
-    machine's noise. CPU time (all threads of this process) leaves out the time spent waiting for a shared core."""
-    times, cpu = [[] for _ in fns], [[] for _ in fns]
-    for i in range(repeats):
-        for j in (range(len(fns)) if i % 2 == 0 else reversed(range(len(fns)))):
-            t0, c0 = time.perf_counter(), time.process_time()
-            jax.block_until_ready(fns[j](*fargs))
-            times[j].append(time.perf_counter() - t0)
-            cpu[j].append(time.process_time() - c0)
-    return [(statistics.median(t), min(t), statistics.median(c)) for t, c in zip(times, cpu)]
-
 def temp_gb(jitted, fargs) -> tuple:
     "GB of temporaries XLA allocates for `jitted(*fargs)`, and the seconds spent compiling it (0 if it already was)."
     before = COMPILES["seconds"]
@@ -209,7 +191,7 @@ if __name__ == "__main__":
     print(f"LMTL (threshold recruitment, explicit biomass), one epipelagic group, {TIME_START} to {TIME_END} "
           f"(365 daily steps), seasonal_forcing; the hand-written scan gets the same parameters, state and forcings")
     chunk = CHUNK
-    print(f"\n1. Memory: forward+backward keeps the production state (100x100x528) of every step unless checkpointed")
+    print("\n1. Memory: forward+backward keeps the production state (100x100x528) of every step unless checkpointed")
     full_case = check_memory(chunk)
     print(f"\n2. Speed: jitted forward, and forward+backward (value_and_grad of the biomass MSE w.r.t. the 9 "
           f"parameters); median of interleaved repeats.\n   At 100x100, forward+backward uses run(..., "
